@@ -1,0 +1,34 @@
+"""Copy a trained checkpoint into the package as the shipped default model.
+
+Weights are stored in fp16 (half the size in git; they are cast back to fp32 on load) and the
+ONNX graph is exported from those same rounded weights, so both backends agree.
+
+    python scripts/ship_default_model.py runs/default/best
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from classroom_fer.export.onnx import export_onnx
+from classroom_fer.inference import ONNX_FILE, default_model_dir
+from classroom_fer.models import load_checkpoint, save_checkpoint
+from classroom_fer.models.checkpoint import TRAINING_FILE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    args = parser.parse_args()
+    model, training = load_checkpoint(args.checkpoint)
+    target = default_model_dir()
+    save_checkpoint(target, model, training, half=True)
+    shipped, _ = load_checkpoint(target)  # fp16-rounded weights, as users get them
+    export_onnx(shipped, target / ONNX_FILE)
+    print(f"shipped {args.checkpoint} -> {target}")
+    print(json.dumps(json.loads((target / TRAINING_FILE).read_text()).get("val_metrics", {}), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""`classroom-fer VERB ...`: one verb per job. Heavy imports happen inside each verb, so the light
+(onnxruntime-only) install can run `analyze` without torch."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+log = logging.getLogger("classroom_fer")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on a FER dataset")
+    p.add_argument("--data", required=True, help="FER2013 CSV, image-folder root, or folder of class folders")
+    p.add_argument("--preset", default="default", help="model preset: default or paper")
+    p.add_argument("--config", help="model config JSON (overrides --preset)")
+    p.add_argument("--token-strategy", choices=["none", "topk-attention", "pool"], help="override the preset's token downsampling")
+    p.add_argument("--keep-tokens", help="comma-separated tokens kept after each layer")
+    p.add_argument("--input-size", type=int, help="override the preset's input size")
+    p.add_argument("--pretrained-backbone", choices=["yes", "no"], help="ImageNet backbone weights (needs internet)")
+    p.add_argument("--out", default="runs/train", help="output folder (checkpoints, metrics.csv, curves.png)")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--optimizer", choices=["adamw", "sam"], default="adamw")
+    p.add_argument("--sam-rho", type=float, default=0.05)
+    p.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine")
+    p.add_argument("--warmup-epochs", type=float, default=3.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--class-weights", choices=["none", "balanced", "sqrt"], default="none")
+    p.add_argument("--ema-decay", type=float, default=0.998, help="0 disables the weight EMA")
+    p.add_argument("--mixup", type=float, default=0.0, help="probability of MixUp/CutMix per batch")
+    p.add_argument("--patience", type=int, default=15, help="early stopping patience in epochs")
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--max-val-samples", type=int)
+    p.add_argument("--keep-blank", action="store_true", help="keep blank (all-black) training images")
+    p.add_argument("--keep-duplicates", action="store_true", help="keep exact duplicate training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from .models import HybridConfig, preset
+    from .training.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_config = HybridConfig.from_file(args.config) if args.config else preset(args.preset)
+    overrides = {}
+    if args.token_strategy:
+        overrides["token_strategy"] = args.token_strategy
+    if args.keep_tokens:
+        overrides["keep_tokens"] = [int(k) for k in args.keep_tokens.split(",")]
+    if args.input_size:
+        overrides["input_size"] = args.input_size
+    if args.pretrained_backbone:
+        overrides["pretrained_backbone"] = args.pretrained_backbone == "yes"
+    if overrides.get("token_strategy") == "none":
+        overrides["keep_tokens"] = None
+    model_config = dataclasses.replace(model_config, **overrides)
+    config = TrainConfig(
+        data=args.data, out=args.out, model=model_config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, optimizer=args.optimizer, sam_rho=args.sam_rho, schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, class_weights=args.class_weights,
+        ema_decay=args.ema_decay, mixup=args.mixup, patience=args.patience, max_train_samples=args.max_train_samples,
+        max_val_samples=args.max_val_samples, drop_blank=not args.keep_blank, drop_duplicates=not args.keep_duplicates,
+        seed=args.seed, resume=args.resume,
+    )
+    best = train(config)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="accuracy, F1, confusion matrix and calibration on a dataset split")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test", help="train, val, test, publictest, privatetest or all")
+    p.add_argument("--model", help="checkpoint folder or .onnx file (default: the shipped model)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped face")
+    p.add_argument("--token-strategy", choices=["none", "topk-attention", "pool"], help="evaluate with another token downsampling (torch)")
+    p.add_argument("--keep-tokens", help="comma-separated tokens kept after each layer (with --token-strategy)")
+    p.add_argument("--out", help="folder for metrics.json, confusion_matrix.png, reliability.png")
+    p.add_argument("--json", help="write the metrics JSON here")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    keep = [int(k) for k in args.keep_tokens.split(",")] if args.keep_tokens else None
+    metrics = evaluate(args.data, args.split, model=args.model, backend=args.backend, tta=args.tta,
+                       token_strategy=args.token_strategy, keep_tokens=keep,
+                       out=Path(args.out) if args.out else None)
+    print(_metrics_table(metrics))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def _metrics_table(metrics: dict) -> str:
+    lines = [
+        f"samples {metrics['samples']}  accuracy {metrics['accuracy'] * 100:.2f}%  macro-F1 {metrics['macro_f1']:.4f}  "
+        f"weighted-F1 {metrics['weighted_f1']:.4f}  ECE {metrics['ece']:.4f}",
+        f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
+    ]
+    for name, row in metrics["per_class"].items():
+        lines.append(f"{name:<10}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>10d}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="classroom-fer", description="Facial expression recognition for classrooms.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _add_train(sub)
+    _add_evaluate(sub)
+    for register in _extra_verbs():
+        register(sub)
+    return parser
+
+
+def _extra_verbs():
+    """Verbs defined next to their subsystem (analyze, export, benchmark, serve)."""
+    from . import cli_verbs
+
+    return cli_verbs.REGISTER
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return args.run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

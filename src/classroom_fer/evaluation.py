@@ -1,0 +1,56 @@
+"""`classroom-fer evaluate`: metrics of a model on a dataset split, through the same classifier
+(and preprocessing) that inference uses."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .data import load_dataset
+from .errors import UserError
+from .inference import TorchClassifier, load_classifier
+
+
+def evaluate(data: str, split: str = "test", model: str | None = None, backend: str = "auto", tta: bool = False,
+             token_strategy: str | None = None, keep_tokens: list[int] | None = None, out: Path | None = None,
+             batch_size: int = 512) -> dict:
+    from .training.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
+
+    dataset = load_dataset(data, split)
+    classifier = load_classifier(model, backend)
+    if token_strategy is not None:
+        classifier = _with_token_strategy(classifier, token_strategy, keep_tokens)
+    probabilities = np.concatenate([
+        _predict(classifier, dataset.images[start : start + batch_size], tta)
+        for start in range(0, len(dataset), batch_size)
+    ])
+    metrics = classification_metrics(probabilities, dataset.labels)
+    metrics.update({"data": str(data), "split": split, "model": classifier.source, "backend": classifier.backend, "tta": tta})
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png", f"{split}: accuracy {metrics['accuracy'] * 100:.2f}%")
+        plot_reliability(probabilities, dataset.labels, out / "reliability.png")
+    return metrics
+
+
+def _predict(classifier, faces: np.ndarray, tta: bool) -> np.ndarray:
+    probabilities = classifier.predict_proba(faces)
+    if tta:
+        probabilities = (probabilities + classifier.predict_proba(np.ascontiguousarray(faces[:, :, ::-1]))) / 2
+    return probabilities
+
+
+def _with_token_strategy(classifier, strategy: str, keep_tokens: list[int] | None):
+    """The same weights with another token downsampling (it adds no parameters)."""
+    from .models import build_model
+
+    if not isinstance(classifier, TorchClassifier):
+        raise UserError("--token-strategy needs the torch backend (--backend torch)")
+    config = dataclasses.replace(classifier.model.config, token_strategy=strategy,
+                                 keep_tokens=keep_tokens if strategy != "none" else None)
+    model = build_model(config)
+    model.load_state_dict(classifier.model.state_dict())
+    return TorchClassifier(Path(classifier.source), model=model)

@@ -1,0 +1,136 @@
+"""Face classifiers behind one interface, on PyTorch or onnxruntime.
+
+``load_classifier()`` with no arguments gives the shipped default model. The onnxruntime backend
+needs no torch, so the light install (``pip install classroom-fer``) runs inference.
+"""
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .classes import CLASS_NAMES, class_index
+from .errors import UserError
+from .preprocessing import faces_to_input
+
+BACKENDS = ("auto", "torch", "onnx")
+ONNX_FILE = "model.onnx"
+
+
+def default_model_dir() -> Path:
+    return Path(str(resources.files("classroom_fer") / "weights" / "default"))
+
+
+class FaceClassifier(Protocol):
+    backend: str
+    source: str
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 faces (N x 48 x 48) -> probabilities (N x 7) in CLASS_NAMES order."""
+
+
+def _reorder(class_names: list[str]) -> np.ndarray:
+    """Column permutation that maps a model's own class order onto CLASS_NAMES, by name."""
+    positions = [class_index(name) for name in class_names]
+    if sorted(positions) != list(range(len(CLASS_NAMES))):
+        raise UserError(f"model classes {class_names} do not match {list(CLASS_NAMES)}")
+    return np.argsort(positions)
+
+
+class OnnxClassifier:
+    backend = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise UserError(f"{path}: not a usable ONNX model ({str(error).splitlines()[0][:200]})") from None
+        self.source = str(path)
+        self.input_name = self.session.get_inputs()[0].name
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        classes = json.loads(metadata["classes"]) if "classes" in metadata else list(CLASS_NAMES)
+        self.order = _reorder(classes)
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        if len(faces) == 0:
+            return np.zeros((0, len(CLASS_NAMES)), np.float32)
+        logits = self.session.run(None, {self.input_name: faces_to_input(faces)})[0]
+        return _softmax(logits)[:, self.order]
+
+
+class TorchClassifier:
+    backend = "torch"
+
+    def __init__(self, directory: Path, threads: int | None = None, model=None) -> None:
+        import torch
+
+        from .models import load_checkpoint
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model if model is not None else load_checkpoint(directory)[0]
+        self.model.eval()
+        self.source = str(directory)
+        self.order = _reorder(self.model.config.classes)
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        import torch
+
+        if len(faces) == 0:
+            return np.zeros((0, len(CLASS_NAMES)), np.float32)
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(faces_to_input(faces))).numpy()
+        return _softmax(logits)[:, self.order]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_classifier(model: str | os.PathLike | None = None, backend: str = "auto", threads: int | None = None) -> FaceClassifier:
+    """Load a checkpoint folder or an .onnx file (default: the shipped model) on a backend.
+
+    ``auto`` prefers onnxruntime where an ONNX graph is available (it is faster on CPUs), else torch.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    path = Path(model) if model is not None else default_model_dir()
+    if not path.exists():
+        raise UserError(f"{path}: model not found")
+    if path.is_file():
+        if path.suffix.lower() != ".onnx":
+            if path.name == "model.safetensors":
+                path = path.parent
+            else:
+                raise UserError(f"{path}: not a model (expected a checkpoint folder or an .onnx file)")
+        elif backend == "torch":
+            raise UserError(f"{path}: an .onnx file runs only on the onnx backend")
+        else:
+            return OnnxClassifier(path, threads)
+    onnx_file = path / ONNX_FILE
+    if backend == "onnx" or (backend == "auto" and onnx_file.is_file()):
+        if not onnx_file.is_file():
+            raise UserError(f"{path}: no {ONNX_FILE} in this checkpoint (run `classroom-fer export --model {path}`)")
+        return OnnxClassifier(onnx_file, threads)
+    if not _torch_available():
+        raise UserError(f"{path}: the torch backend needs PyTorch (pip install 'classroom-fer[train]')")
+    return TorchClassifier(path, threads)

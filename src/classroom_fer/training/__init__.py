@@ -1,0 +1,1 @@
+"""Training (SAM/AdamW, EMA, early stopping, atomic checkpoints) and evaluation."""
