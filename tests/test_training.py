@@ -1,0 +1,119 @@
+"""Training on real FER2013 faces: short runs, resume after SIGKILL, SAM, augmentation."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from classroom_fer.cli import main
+from classroom_fer.data.augment import AugmentConfig, augment_batch
+from classroom_fer.models import load_checkpoint
+from classroom_fer.training.sam import SAM
+
+SMALL = ["--max-train-samples", "256", "--max-val-samples", "128", "--batch-size", "64", "--threads", "2"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_short_training_run_writes_checkpoints_metrics_and_curves(tmp_path, fer_root):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(fer_root), "--out", str(out), "--epochs", "2", *SMALL]) == 0
+    rows = _rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["val_acc"]) <= 1 for r in rows)
+    assert (out / "curves.png").stat().st_size > 1000
+    model, training = load_checkpoint(out / "best")
+    assert training["val_metrics"]["accuracy"] == max(float(r["val_acc"]) for r in rows)
+    assert "train" in training["command"] and training["train_samples"] == 256
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+
+
+def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path, fer_root):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "classroom_fer.cli", "train", "--data", str(fer_root), "--out", str(out), "--epochs", "4", *SMALL]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "metrics.csv").exists():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (out / "metrics.csv").exists(), "training produced no epoch before the deadline"
+    killed_rows = _rows(out / "metrics.csv")
+    assert len(killed_rows) < 4
+    best_before, _ = load_checkpoint(out / "best")  # intact after the kill
+
+    assert main(["train", "--data", str(fer_root), "--out", str(out), "--epochs", "4", "--resume", *SMALL]) == 0
+    rows = _rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert rows[: len(killed_rows)] == killed_rows  # earlier epochs kept as they were
+    load_checkpoint(out / "best")
+    assert not any(p.name.startswith(".") for p in out.iterdir()), "staging directories left behind"
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path, fer_root, capsys):
+    assert main(["train", "--data", str(fer_root), "--out", str(tmp_path), "--epochs", "1", "--resume", *SMALL]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_sam_lowers_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    optimizer = SAM(model.parameters(), torch.optim.AdamW, rho=0.05, lr=1e-2)
+    loss_fn = torch.nn.functional.cross_entropy
+    start = loss_fn(model(x), y).item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        before = [p.detach().clone() for p in model.parameters()]
+
+        def closure():
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            return loss
+
+        optimizer.first_step()
+        assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))  # climbed
+        closure()
+        optimizer.second_step()
+    assert loss_fn(model(x), y).item() < start * 0.7
+
+
+def test_augmentation_draws_per_face_and_keeps_range(fer_root):
+    from classroom_fer.data import load_dataset
+
+    faces = torch.from_numpy(load_dataset(fer_root, "publictest", max_samples=16).images).unsqueeze(1).float() / 255
+    same = faces[:1].repeat(16, 1, 1, 1)
+    out = augment_batch(same, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert out.shape == same.shape and out.min() >= 0 and out.max() <= 1
+    differences = (out[1:] - out[:1]).abs().flatten(1).mean(1)
+    assert (differences > 1e-3).all(), "each face must get its own random draw"
+    identity = AugmentConfig(flip=0, rotate_degrees=0, crop_scale=(1, 1), brightness=0, contrast=0, erase_prob=0)
+    kept = augment_batch(faces, identity)
+    assert (kept - faces).abs().max() < 0.05  # no-op settings leave faces (nearly) untouched
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test on Linux")
+def test_runs_unchanged_under_torchrun(tmp_path, fer_root):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m",
+         "classroom_fer.cli", "train", "--data", str(fer_root), "--out", str(out), "--epochs", "1",
+         "--max-train-samples", "128", "--max-val-samples", "64", "--batch-size", "32"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [int(r["epoch"]) for r in _rows(out / "metrics.csv")] == [1]
+    load_checkpoint(out / "best")
