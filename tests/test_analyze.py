@@ -104,6 +104,11 @@ def test_folder_with_bad_items_warns_and_goes_on(tmp_path, capsys, caplog):
     crops = sorted((out / "crops").glob("*.png"))
     assert len(crops) == len(records) and cv2.imread(str(crops[0]), cv2.IMREAD_UNCHANGED).shape == (48, 48)
     check_report(report)
+    # Run again with the output inside the folder: its own annotated images are not analysed.
+    inside = folder / "analysis"
+    assert run_cli(capsys, str(folder), "--out", str(inside))[0] == 0
+    assert run_cli(capsys, str(folder), "--out", str(inside))[0] == 0
+    assert json.loads((inside / "summary.json").read_text())["frames"] == 2
 
 
 def test_photo_without_faces_is_not_an_error(tmp_path, capsys, caplog):
@@ -227,6 +232,7 @@ def test_demo_runs_on_the_onnx_backend(tmp_path, capsys):
     assert code == 0 and "1 face(s)" in stdout
     records, rows, summary, report = read_outputs(out)
     check_records(records, rows, {"astronaut.png": (512, 512)})
+    assert run_cli(capsys, str(PHOTO), "--demo", "--out", str(out))[0] == 2
     assert (out / "annotated" / "astronaut.jpg").is_file()
     check_report(report)
 

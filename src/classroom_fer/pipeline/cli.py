@@ -106,7 +106,7 @@ def _analyze_stills(analyzer, source, out: Path, collector: _Collector) -> None:
     from .sources import demo_image, list_folder, read_image
 
     if source.kind == "folder":
-        paths, others = list_folder(source.path)
+        paths, others = list_folder(source.path, exclude=out)
         for other in others:
             log.warning("%s: not an image, skipped", other)
         if not paths:

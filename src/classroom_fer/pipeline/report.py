@@ -47,6 +47,7 @@ def _figures(summary: dict) -> list[tuple[str, str]]:
         all_points = summary["timeline"]
         bottom.plot([p["time_s"] for p in all_points], [p["faces"] for p in all_points], color="#333", label="faces")
         bottom.set_ylabel("faces")
+        bottom.set_ylim(bottom=0)
         bottom.set_xlabel("time (s)")
         engagement_axis = bottom.twinx()
         engagement_axis.plot(times, [p["engagement"] for p in timeline], color="#2ca02c", label="engagement")

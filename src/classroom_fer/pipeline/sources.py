@@ -28,6 +28,8 @@ class Source:
 def resolve_source(text: str | None, demo: bool = False) -> Source:
     """Classify the SOURCE argument; raises UserError for anything that cannot be analysed."""
     if demo:
+        if text is not None:
+            raise UserError(f"{text}: give either a SOURCE or --demo, not both")
         return Source("demo", DEMO_NAME)
     if text is None:
         raise UserError("no SOURCE given (an image, a folder, a video, webcam:N, or --demo)")
@@ -90,11 +92,17 @@ def read_image(path: Path) -> np.ndarray:
         raise UserError(f"{path}: unreadable image ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
 
 
-def list_folder(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Images under ``folder`` (recursive, sorted) and the other files found there (to warn about)."""
+def list_folder(folder: Path, exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Images under ``folder`` (recursive, sorted) and the other files found there (to warn about).
+
+    Hidden files and the ``exclude`` folder (the run's own output, when it lies inside) are left out.
+    """
+    excluded = exclude.resolve() if exclude is not None else None
     images, others = [], []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if excluded is not None and path.resolve().is_relative_to(excluded):
             continue
         (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
     return images, others
