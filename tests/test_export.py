@@ -2,6 +2,8 @@
 checked on real FER2013 PublicTest faces."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnx
 import pytest
@@ -82,7 +84,7 @@ def test_int8_agrees_with_fp32_on_public_test(public_test, tmp_path):
 
 
 def test_export_verb_writes_graphs_that_load(tmp_path, faces):
-    fp32_path, int8_path = tmp_path / "model.onnx", tmp_path / "model-int8.onnx"
+    fp32_path, int8_path = tmp_path / "exported.onnx", tmp_path / "exported-int8.onnx"
     assert main(["export", "--format", "onnx", "--out", str(fp32_path)]) == 0
     assert main(["export", "--out", str(int8_path), "--int8", "--model", str(default_model_dir())]) == 0
     shipped = load_classifier(default_model_dir() / ONNX_FILE).predict_proba(faces)
@@ -92,6 +94,19 @@ def test_export_verb_writes_graphs_that_load(tmp_path, faces):
     quantized = load_classifier(int8_path).predict_proba(faces)
     assert (quantized.argmax(1) == shipped.argmax(1)).mean() >= 0.97
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_verb_writes_model_onnx_into_a_users_checkpoint(tmp_path, faces):
+    checkpoint = tmp_path / "run"
+    checkpoint.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(default_model_dir() / name, checkpoint / name)
+    assert load_classifier(checkpoint).backend == "torch"  # no graph yet
+    assert main(["export", "--model", str(checkpoint)]) == 0
+    classifier = load_classifier(checkpoint)
+    assert (classifier.backend, classifier.source) == ("onnx", str(checkpoint / ONNX_FILE))
+    expected = load_classifier(checkpoint, backend="torch").predict_proba(faces)
+    assert np.abs(classifier.predict_proba(faces) - expected).max() <= EXPORT_TOLERANCE
 
 
 @pytest.mark.parametrize(
@@ -108,6 +123,11 @@ def test_export_verb_reports_user_errors_in_one_line(argv, message, tmp_path, ca
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_export_verb_needs_out_for_the_shipped_model(capsys):
+    assert main(["export", "--int8"]) == 2
+    assert "--out is needed" in capsys.readouterr().err
 
 
 def test_benchmark_worker_measures_each_backend_in_its_own_process(shipped):

@@ -17,7 +17,7 @@ from classroom_fer.data.augment import AugmentConfig, augment_batch
 from classroom_fer.models import load_checkpoint
 from classroom_fer.training.sam import SAM
 
-SMALL = ["--max-train-samples", "256", "--max-val-samples", "128", "--batch-size", "64", "--threads", "2"]
+SMALL = ["--max-train-samples", "256", "--max-val-samples", "128", "--batch-size", "64", "--threads", "1"]
 
 
 def _rows(path: Path) -> list[dict]:
@@ -99,9 +99,9 @@ def test_augmentation_draws_per_face_and_keeps_range(fer_root):
     assert out.shape == same.shape and out.min() >= 0 and out.max() <= 1
     differences = (out[1:] - out[:1]).abs().flatten(1).mean(1)
     assert (differences > 1e-3).all(), "each face must get its own random draw"
-    identity = AugmentConfig(flip=0, rotate_degrees=0, crop_scale=(1, 1), brightness=0, contrast=0, erase_prob=0)
+    identity = AugmentConfig(flip=0, rotate_degrees=0, crop_scale=(1, 1), crop_ratio=(1, 1), brightness=0, contrast=0, erase_prob=0)
     kept = augment_batch(faces, identity)
-    assert (kept - faces).abs().max() < 0.05  # no-op settings leave faces (nearly) untouched
+    assert (kept - faces).abs().max() < 1e-4  # no-op settings leave faces untouched
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test on Linux")

@@ -128,7 +128,7 @@ def run_benchmark(model: str | Path | None = None, threads: int | None = None, q
             "load_average_before": load_before,
             "load_average_after": _load_average(),
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": _processor_name(),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
@@ -157,6 +157,14 @@ def format_table(result: dict) -> str:
         f"load average {environment['load_average_before']} before, {environment['load_average_after']} after",
     ]
     return "\n".join(lines)
+
+
+def _processor_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def _load_average() -> list[float] | None:

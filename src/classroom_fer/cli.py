@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from .models import HybridConfig, preset
     from .training.train import TrainConfig, train
 
+    _check_positive(args, "epochs", "batch_size", "lr", "patience", "max_train_samples", "max_val_samples", "threads", "input_size")
+    _check_range(args, ("mixup", "ema_decay", "label_smoothing"), high=1.0)
+    _check_range(args, ("weight_decay", "sam_rho", "warmup_epochs"))
     if args.threads:
         torch.set_num_threads(args.threads)
     model_config = HybridConfig.from_file(args.config) if args.config else preset(args.preset)
@@ -61,7 +65,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.token_strategy:
         overrides["token_strategy"] = args.token_strategy
     if args.keep_tokens:
-        overrides["keep_tokens"] = [int(k) for k in args.keep_tokens.split(",")]
+        overrides["keep_tokens"] = _parse_keep_tokens(args.keep_tokens)
     if args.input_size:
         overrides["input_size"] = args.input_size
     if args.pretrained_backbone:
@@ -99,7 +103,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
-    keep = [int(k) for k in args.keep_tokens.split(",")] if args.keep_tokens else None
+    keep = _parse_keep_tokens(args.keep_tokens) if args.keep_tokens else None
+    if args.json:  # checked before the run, so a bad path does not waste it
+        _check_writable_file(Path(args.json))
     metrics = evaluate(args.data, args.split, model=args.model, backend=args.backend, tta=args.tta,
                        token_strategy=args.token_strategy, keep_tokens=keep,
                        out=Path(args.out) if args.out else None)
@@ -107,6 +113,42 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
     return 0
+
+
+def _parse_keep_tokens(text: str) -> list[int]:
+    try:
+        keep = [int(k) for k in text.split(",")]
+    except ValueError:
+        raise UserError(f"--keep-tokens {text!r}: expected comma-separated whole numbers, e.g. 16,12,9,6") from None
+    if min(keep) < 1:
+        raise UserError(f"--keep-tokens {text!r}: every layer must keep at least one token")
+    return keep
+
+
+def _check_positive(args: argparse.Namespace, *names: str) -> None:
+    """Numeric options that only make sense above zero (None: not given)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be positive")
+
+
+def _check_range(args: argparse.Namespace, names: tuple[str, ...], high: float | None = None) -> None:
+    """Options that must be at least 0 (and at most ``high``)."""
+    for name in names:
+        value = getattr(args, name)
+        if value < 0 or (high is not None and value > high):
+            limits = f"between 0 and {high:g}" if high is not None else "0 or more"
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be {limits}")
+
+
+def _check_writable_file(path: Path) -> None:
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a file")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{path}: not writable (permission denied)")
 
 
 def _metrics_table(metrics: dict) -> str:
@@ -147,9 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine's answer to a write or read: a full disk, a permission, a vanished file
+        log.debug("traceback of the error below", exc_info=True)
+        print(f"error: {_describe_os_error(error)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _describe_os_error(error: OSError) -> str:
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ class AugmentConfig:
     flip: float = 0.5
     rotate_degrees: float = 10.0
     crop_scale: tuple[float, float] = (0.8, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     translate: float = 0.0
     brightness: float = 0.2
     contrast: float = 0.2
@@ -34,7 +35,7 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
 
     # Random resized crop (area scale, aspect ratio 3/4-4/3), rotation and flip as one affine warp.
     area = uniform(*config.crop_scale)
-    log_ratio = uniform(math.log(3 / 4), math.log(4 / 3))
+    log_ratio = uniform(math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]))
     ratio = torch.exp(log_ratio)
     scale_x = torch.sqrt(area * ratio).clamp(max=1.0)
     scale_y = torch.sqrt(area / ratio).clamp(max=1.0)

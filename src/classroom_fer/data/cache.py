@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_VERSION = 1
+_VERSION = 2  # 2: folder images decoded upright (EXIF), truncated files skipped
 
 
 def cache_dir() -> Path | None:
@@ -47,11 +47,15 @@ def cached(source: Path, kind: str, build: Callable[[], T], files: list[str] | N
         except Exception as error:  # a damaged cache entry is rebuilt, never fatal
             log.warning("%s: ignoring damaged cache entry (%s)", entry, error)
     value = build()
+    partial = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, delete=False, suffix=".tmp") as handle:
+            partial = handle.name
             pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(handle.name, entry)
-    except OSError as error:
+    except OSError as error:  # e.g. a full disk: no half-written entry is left behind
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
         log.warning("could not write dataset cache in %s (%s); continuing without it", directory, error)
     return value

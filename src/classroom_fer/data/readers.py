@@ -17,12 +17,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..classes import CLASS_NAMES, NUM_CLASSES, canonical_name
 from ..errors import UserError
-from ..preprocessing import FACE_SIZE, to_fer_face
+from ..preprocessing import FACE_SIZE, read_image, to_fer_face
 from .cache import cached
 
 log = logging.getLogger(__name__)
@@ -70,6 +69,8 @@ def load_dataset(
         raise UserError(f"{path}: unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if not path.exists():
         raise UserError(f"{path}: dataset not found")
+    if max_samples is not None and max_samples < 1:
+        raise UserError(f"{path}: the number of samples to keep must be at least 1 (got {max_samples})")
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise UserError(f"{path}: not a dataset (expected a FER2013-style .csv file or a folder of class folders)")
@@ -113,27 +114,42 @@ def _stratified_pick(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
     index = np.arange(len(labels))
     counts = np.bincount(labels)
-    if count < np.count_nonzero(counts) or counts[counts > 0].min() < 2:
+    present = np.count_nonzero(counts)
+    if min(count, len(labels) - count) < present or counts[counts > 0].min() < 2:
         return np.sort(np.random.default_rng(seed).choice(index, count, replace=False))
     picked, _ = train_test_split(index, train_size=count, stratify=labels, random_state=seed)
     return np.sort(picked)
 
 
-def _split_train_val_test(labels: np.ndarray, fractions: tuple[float, float, float]) -> dict[str, np.ndarray]:
+def _split_train_val_test(labels: np.ndarray, fractions: tuple[float, float, float], source: Path) -> dict[str, np.ndarray]:
     """Stratified split with a fixed seed, so every run sees the same partition."""
-    from sklearn.model_selection import train_test_split
-
     index = np.arange(len(labels))
     stratify = labels if np.bincount(labels)[np.bincount(labels) > 0].min() >= 3 else None
     train_frac, val_frac, test_frac = fractions
-    train, rest = train_test_split(index, train_size=train_frac, stratify=stratify, random_state=SPLIT_SEED)
-    if test_frac == 0:
-        return {"train": np.sort(train), "val": np.sort(rest), "test": np.array([], dtype=int)}
-    rest_labels = labels[rest] if stratify is not None else None
-    if rest_labels is not None and np.bincount(rest_labels)[np.bincount(rest_labels) > 0].min() < 2:
-        rest_labels = None
-    val, test = train_test_split(rest, train_size=val_frac / (val_frac + test_frac), stratify=rest_labels, random_state=SPLIT_SEED)
+    try:
+        train, rest = _split_off(index, train_frac, stratify)
+        if test_frac == 0:
+            return {"train": np.sort(train), "val": np.sort(rest), "test": np.array([], dtype=int)}
+        rest_labels = labels[rest] if stratify is not None else None
+        if rest_labels is not None and np.bincount(rest_labels)[np.bincount(rest_labels) > 0].min() < 2:
+            rest_labels = None
+        val, test = _split_off(rest, val_frac / (val_frac + test_frac), rest_labels)
+    except ValueError:
+        held_out = "validation and test sets" if test_frac else "a validation set"
+        raise UserError(f"{source}: {len(labels)} usable image(s) are too few to split off {held_out}") from None
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def _split_off(index: np.ndarray, train_size: float, stratify: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's split; unstratified when the smaller part cannot hold every class (small datasets)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(index, train_size=train_size, stratify=stratify, random_state=SPLIT_SEED)
+    except ValueError:
+        if stratify is None:
+            raise
+        return train_test_split(index, train_size=train_size, random_state=SPLIT_SEED)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -216,7 +232,7 @@ def _load_csv(path: Path, split: str) -> FaceDataset:
     else:
         if split in ("publictest", "privatetest"):
             raise UserError(f"{path}: this CSV has no Usage column, so it has no {split} split (use train, val or test)")
-        parts = _split_train_val_test(labels, (0.8, 0.1, 0.1))
+        parts = _split_train_val_test(labels, (0.8, 0.1, 0.1), path)
         split_index = np.arange(len(labels)) if split == "all" else parts[split]
     return FaceDataset(images[split_index], labels[split_index], str(path), split)
 
@@ -257,8 +273,12 @@ def _class_folders(folder: Path) -> dict[int, Path]:
 
 def _list_images(folder: Path) -> tuple[list[str], np.ndarray]:
     files, labels = [], []
+
+    def unreadable(error: OSError) -> None:
+        log.warning("%s: folder not readable (%s), its images are skipped", error.filename, error.strerror)
+
     for index, class_folder in sorted(_class_folders(folder).items()):
-        for root, _, names in os.walk(class_folder):
+        for root, _, names in os.walk(class_folder, onerror=unreadable):
             for name in sorted(names):
                 if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                     files.append(os.path.join(root, name))
@@ -267,17 +287,17 @@ def _list_images(folder: Path) -> tuple[list[str], np.ndarray]:
 
 
 def _decode_files(files: list[str], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode every file once; unreadable files are reported and skipped."""
+    """Decode every file once (upright by EXIF, size-capped, see read_image); bad files are reported and skipped."""
     images, keep, bad = [], [], []
     for i, file in enumerate(files):
-        image = cv2.imread(file, cv2.IMREAD_UNCHANGED)
-        if image is None or image.size == 0:
-            bad.append(file)
+        try:
+            images.append(to_fer_face(read_image(file)))
+        except UserError as error:
+            bad.append(str(error))
             continue
-        images.append(to_fer_face(image))
         keep.append(i)
-    for file in bad[:5]:
-        log.warning("%s: not a readable image, skipped", file)
+    for problem in bad[:5]:
+        log.warning("%s, skipped", problem)
     if len(bad) > 5:
         log.warning("... and %d more unreadable image(s) skipped", len(bad) - 5)
     stacked = np.stack(images) if images else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
@@ -322,7 +342,7 @@ def _load_folder_root(path: Path, train_dir: Path, test_dir: Path, split: str) -
     if split == "all" or (split == "train" and has_test and _has_prefix(test_dir, "PublicTest_")):
         return FaceDataset(images, labels, str(path), split)
     # No PublicTest half to validate on: hold out a stratified 10% of train.
-    parts = _split_train_val_test(labels, (0.9, 0.1, 0.0))
+    parts = _split_train_val_test(labels, (0.9, 0.1, 0.0), path)
     index = parts["train"] if split == "train" else parts["val"]
     return FaceDataset(images[index], labels[index], str(path), split)
 

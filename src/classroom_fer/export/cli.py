@@ -11,12 +11,14 @@ from ..errors import UserError
 
 CHECK_FACES = 64  # random faces on which every export is compared with PyTorch
 CALIBRATION_FACES = 512
+INT8_FILE = "model-int8.onnx"
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for onnxruntime")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--out", help="the .onnx file to write (default for a checkpoint folder given as --model: "
+                   "model.onnx in it, or model-int8.onnx with --int8)")
     p.add_argument("--model", help="checkpoint folder, or an fp32 .onnx file to quantise (default: the shipped model)")
     p.add_argument("--int8", nargs="?", const="dynamic", choices=["dynamic", "static"],
                    help="quantise to int8: dynamic (default; MatMul/Gemm) or static (QDQ, needs --calibration-data)")
@@ -31,12 +33,12 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from ..inference import default_model_dir
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".onnx":
-        raise UserError(f"{out}: the output file must end in .onnx")
     source = Path(args.model) if args.model else default_model_dir()
     if not source.exists():
         raise UserError(f"{source}: model not found")
+    out = _output_path(args, source)
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"{out}: the output file must end in .onnx")
     if args.int8 == "static" and not args.calibration_data:
         raise UserError("--int8 static needs --calibration-data (a FER dataset of real faces)")
     if source.is_file() and source.suffix.lower() == ".onnx":
@@ -56,6 +58,17 @@ def _run_export(args: argparse.Namespace) -> int:
         if args.int8:
             _quantize(fp32, out, args)
     return 0
+
+
+def _output_path(args: argparse.Namespace, source: Path) -> Path:
+    """--out, or beside the weights of a user's checkpoint (where load_classifier looks for model.onnx)."""
+    from ..inference import ONNX_FILE, default_model_dir
+
+    if args.out:
+        return Path(args.out)
+    if not source.is_dir() or source.resolve() == default_model_dir().resolve() or args.token_strategy:
+        raise UserError("--out is needed (a default applies only to a checkpoint folder of yours, exported as trained)")
+    return source / (INT8_FILE if args.int8 else ONNX_FILE)
 
 
 def _export_checkpoint(source: Path, out: Path, args: argparse.Namespace) -> float:

@@ -102,8 +102,9 @@ def _analyze_stills(analyzer, source, out: Path, collector: _Collector) -> None:
     import cv2
     from tqdm import tqdm
 
+    from ..preprocessing import read_image
     from .outputs import draw_faces
-    from .sources import demo_image, list_folder, read_image
+    from .sources import demo_image, list_folder
 
     if source.kind == "folder":
         paths, others = list_folder(source.path, exclude=out)

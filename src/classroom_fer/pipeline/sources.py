@@ -1,8 +1,10 @@
 """What ``analyze`` can read: an image, a folder of images, a video file, a webcam, the demo photo."""
 from __future__ import annotations
 
+import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
@@ -67,45 +71,37 @@ def _looks_like_image(path: Path) -> bool:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path):
-            return True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path):
+                return True
+    except Image.DecompressionBombError:
+        return True  # an image, which read_image will refuse for its size
     except (UnidentifiedImageError, OSError):
         return False
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image fully into BGR uint8, honouring EXIF orientation.
-
-    Pillow rather than cv2.imread, because OpenCV silently returns a half-grey picture for a
-    truncated JPEG while Pillow reports it.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
-    except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image that can be read") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: unreadable image ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
 
 
 def list_folder(folder: Path, exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
     """Images under ``folder`` (recursive, sorted) and the other files found there (to warn about).
 
     Hidden files and the ``exclude`` folder (the run's own output, when it lies inside) are left out.
+    A subfolder that cannot be listed is a warning; ``folder`` itself not being readable is an error.
     """
     excluded = exclude.resolve() if exclude is not None else None
+
+    def unreadable(error: OSError) -> None:
+        if Path(error.filename) == folder:
+            raise UserError(f"{folder}: folder not readable ({error.strerror})")
+        log.warning("%s: folder not readable (%s), skipped", error.filename, error.strerror)
+
     images, others = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            continue
-        if excluded is not None and path.resolve().is_relative_to(excluded):
-            continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
-    return images, others
+    for root, folders, names in os.walk(folder, onerror=unreadable):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for path in (Path(root, name) for name in names if not name.startswith(".")):
+            if not path.is_file() or (excluded is not None and path.resolve().is_relative_to(excluded)):
+                continue
+            (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    return sorted(images), sorted(others)
 
 
 def demo_image() -> np.ndarray:

@@ -85,6 +85,8 @@ def train(config: TrainConfig) -> Path:
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         _check_writable(out)
+    if config.resume:
+        _resumable_checkpoint(out)  # fail before the data is loaded
 
     # Data: decoded once (cached on disk) into uint8 tensors.
     train_set = load_dataset(config.data, config.train_split, drop_blank=config.drop_blank, drop_duplicates=config.drop_duplicates,
@@ -302,9 +304,7 @@ def _make_mixer(probability: float):
 def _resume(out: Path, model, optimizer, scheduler, ema) -> tuple[int, float, int, list[dict]]:
     from safetensors.torch import load_file
 
-    last = resolve_checkpoint(out / "last")
-    if not (last / STATE_FILE).is_file():
-        raise UserError(f"{out}: nothing to resume (no last/{STATE_FILE}); start without --resume")
+    last = _resumable_checkpoint(out)
     state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
     model.load_state_dict(load_file(str(last / "model.safetensors")))
     optimizer.load_state_dict(state["optimizer"])
@@ -314,6 +314,16 @@ def _resume(out: Path, model, optimizer, scheduler, ema) -> tuple[int, float, in
     torch.set_rng_state(state["torch_rng"])
     rows = [r for r in state["rows"] if r["epoch"] <= state["epoch"]]
     return state["epoch"] + 1, state["best_acc"], state["stale_epochs"], rows
+
+
+def _resumable_checkpoint(out: Path) -> Path:
+    last = out / "last"
+    if not last.exists() and not last.with_name(".last.old").exists():
+        raise UserError(f"{out}: nothing to resume (no last/ checkpoint); start without --resume")
+    last = resolve_checkpoint(last)
+    if not (last / STATE_FILE).is_file():
+        raise UserError(f"{last}: nothing to resume (no {STATE_FILE}); start without --resume")
+    return last
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
