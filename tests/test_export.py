@@ -15,7 +15,7 @@ from classroom_fer.data import load_dataset
 from classroom_fer.export.onnx import EXPORT_TOLERANCE, INPUT_NAME, export_onnx, paper_keep_schedule, with_token_strategy
 from classroom_fer.export.quantize import quantize_onnx
 from classroom_fer.inference import ONNX_FILE, OnnxClassifier, TorchClassifier, default_model_dir, load_classifier
-from classroom_fer.models import load_checkpoint
+from classroom_fer.models import PRESETS, build_model, load_checkpoint, preset
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,11 @@ def test_shipped_onnx_matches_torch_on_real_faces(public_test):
     exported = onnx_classifier.predict_proba(subset.images)
     assert np.abs(expected - exported).max() <= EXPORT_TOLERANCE
     assert abs(accuracy(expected, subset.labels) - accuracy(exported, subset.labels)) <= 0.2
+
+
+def test_scaled_keep_schedule_reproduces_the_papers_on_its_model():
+    paper = build_model(preset("paper", pretrained_backbone=False, token_strategy="none", keep_tokens=None))
+    assert paper_keep_schedule(paper) == PRESETS["paper"].keep_tokens
 
 
 @pytest.mark.parametrize("strategy", ["topk-attention", "pool"])
@@ -132,8 +137,8 @@ def test_export_verb_needs_out_for_the_shipped_model(capsys):
 
 def test_benchmark_worker_measures_each_backend_in_its_own_process(shipped):
     quick = {"threads": 1, "b1": Timing(1, 3, 0.0), "b32": Timing(0, 1, 0.0)}
-    onnx_figures = measure_in_subprocess(Variant("onnx", "onnx", str(default_model_dir() / ONNX_FILE), **quick))
-    plain = measure_in_subprocess(Variant("torch", "torch", str(default_model_dir()), **quick))
+    onnx_figures = measure_in_subprocess(Variant("onnx", "onnx", str(default_model_dir() / ONNX_FILE), None, None, **quick))
+    plain = measure_in_subprocess(Variant("torch", "torch", str(default_model_dir()), None, None, **quick))
     keep = paper_keep_schedule(shipped)
     pooled = measure_in_subprocess(Variant("torch-pool", "torch", str(default_model_dir()), "pool", keep, **quick))
     for figures in (onnx_figures, plain, pooled):

@@ -111,7 +111,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                        out=Path(args.out) if args.out else None)
     print(_metrics_table(metrics))
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+        except OSError as error:
+            raise UserError(f"{args.json}: cannot write the metrics ({error.strerror}); they are printed above") from None
     return 0
 
 
@@ -146,7 +149,7 @@ def _check_writable_file(path: Path) -> None:
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a file")
     if not path.parent.is_dir():
-        raise UserError(f"{path}: folder {path.parent} does not exist")
+        raise UserError(f"{path}: {path.parent} is not an existing folder")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"{path}: not writable (permission denied)")
 

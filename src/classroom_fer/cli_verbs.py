@@ -1,5 +1,7 @@
-"""Registry of the verbs that live beside their subsystems (filled in by pipeline, export, serve)."""
-REGISTER: list = []
-from .serve.cli import add_serve; REGISTER.append(add_serve)  # noqa: E402,E702
-from .pipeline.cli import add_analyze; REGISTER.append(add_analyze)  # noqa: E402,E702
-from .export.cli import add_benchmark, add_export; REGISTER += [add_export, add_benchmark]  # noqa: E402,E702
+"""The verbs that live beside their subsystems. Each module imports its heavy dependencies
+(torch, fastapi) only when its verb runs, so the light install can still list every verb."""
+from .export.cli import add_benchmark, add_export
+from .pipeline.cli import add_analyze
+from .serve.cli import add_serve
+
+REGISTER = [add_analyze, add_serve, add_export, add_benchmark]

@@ -18,10 +18,15 @@ def evaluate(data: str, split: str = "test", model: str | None = None, backend: 
              batch_size: int = 512) -> dict:
     from .training.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 
-    dataset = load_dataset(data, split)
-    classifier = load_classifier(model, backend)
+    if out is not None:  # made first, so an unusable --out fails before the run, not after it
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"{out}: cannot create the output folder ({error.strerror})") from None
+    classifier = load_classifier(model, backend)  # before the dataset: a bad --model fails without decoding it
     if token_strategy is not None:
         classifier = _with_token_strategy(classifier, token_strategy, keep_tokens)
+    dataset = load_dataset(data, split)
     probabilities = np.concatenate([
         _predict(classifier, dataset.images[start : start + batch_size], tta)
         for start in range(0, len(dataset), batch_size)
@@ -29,10 +34,12 @@ def evaluate(data: str, split: str = "test", model: str | None = None, backend: 
     metrics = classification_metrics(probabilities, dataset.labels)
     metrics.update({"data": str(data), "split": split, "model": classifier.source, "backend": classifier.backend, "tta": tta})
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png", f"{split}: accuracy {metrics['accuracy'] * 100:.2f}%")
-        plot_reliability(probabilities, dataset.labels, out / "reliability.png")
+        try:
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png", f"{split}: accuracy {metrics['accuracy'] * 100:.2f}%")
+            plot_reliability(probabilities, dataset.labels, out / "reliability.png")
+        except OSError as error:
+            raise UserError(f"{out}: cannot write the results ({error.strerror})") from None
     return metrics
 
 

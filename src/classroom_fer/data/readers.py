@@ -186,8 +186,10 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         reader = csv.reader(handle)
         try:
             header = next(reader)
-        except (StopIteration, csv.Error, UnicodeDecodeError):
+        except (StopIteration, csv.Error):
             raise UserError(f"{path}: empty or not a CSV file") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a UTF-8 text file (a CSV must be saved as UTF-8)") from None
         columns = {name.strip().lower(): i for i, name in enumerate(header)}
         if "pixels" not in columns or "emotion" not in columns:
             raise UserError(
@@ -215,8 +217,10 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
                 images.append(image)
                 labels.append(label)
                 usages.append(usage)
-        except (csv.Error, UnicodeDecodeError) as error:
+        except csv.Error as error:
             raise UserError(f"{path}: malformed CSV ({error})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a UTF-8 text file (a CSV must be saved as UTF-8)") from None
     if bad:
         log.warning("%s: %d malformed row(s) skipped", path, bad)
     if not images:

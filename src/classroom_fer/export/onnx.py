@@ -76,11 +76,14 @@ def with_token_strategy(model: HybridMobileNetViT, strategy: str, keep_tokens: l
 
 
 def paper_keep_schedule(model: HybridMobileNetViT) -> list[int]:
-    """Tokens kept after each layer for ``model``, in the proportions of the paper's schedule
-    (49 -> 35 -> 26 -> 20 -> 12 over 12 layers), for models trained without downsampling."""
+    """Tokens kept after each layer of ``model``, in the proportions of the paper's schedule
+    (49 -> 35 -> 26 -> 20 -> 12 tokens over 12 layers), for models trained without downsampling.
+    Nothing follows the last layer but the CLS token's head, so no tokens are dropped after it."""
     from ..models import PRESETS
 
-    paper = PRESETS["paper"].keep_tokens
+    paper = PRESETS["paper"].keep_tokens  # after each of the 12 layers; paper[0] = all 49 tokens
+    entering = [paper[0], *paper[:-1]]  # tokens entering each of the paper's layers
     tokens = model.grid[0] * model.grid[1]
     depth = model.config.depth
-    return [max(1, round(tokens * paper[(layer * len(paper)) // depth] / paper[0])) for layer in range(depth)]
+    schedule = [max(1, round(tokens * entering[((layer + 1) * len(paper)) // depth] / paper[0])) for layer in range(depth - 1)]
+    return [*schedule, schedule[-1] if schedule else tokens]

@@ -50,6 +50,10 @@ def save_checkpoint(
             os.replace(directory, old)
         os.replace(staging, directory)
         shutil.rmtree(old, ignore_errors=True)
+    except (OSError, SafetensorError, RuntimeError) as error:  # a full disk surfaces as any of these
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
+        raise UserError(f"{directory}: checkpoint not written ({reason}); an earlier one there is unchanged") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

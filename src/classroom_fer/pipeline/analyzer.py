@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # Some videos stop decoding before the frame count their header announces; only a real
 # shortfall (more than this share of frames) is worth a warning.
 FRAME_COUNT_SLACK = 0.05
+MAX_BAD_FRAMES_IN_A_ROW = 50  # undecodable frames in a row taken as the end of a video that does not say its length
 
 
 @dataclass
@@ -148,23 +149,34 @@ class Analyzer:
         step_s = 1.0 / fps if fps else 0.0
         stream = self.stream(source)
         next_time = 0.0
-        index = -1
+        index = -1  # position of the last frame grabbed
+        failures = skipped = analysed = 0
         while True:
+            # A damaged frame fails to grab but the frames after it may decode: only a run of
+            # failures, or failing past the announced frame count, ends the video.
             if not capture.grab():
-                break
-            index += 1
+                failures += 1
+                if failures > MAX_BAD_FRAMES_IN_A_ROW or (expected and index + failures >= expected):
+                    break
+                continue
+            index += failures + 1  # a failed grab still used up its frame
+            skipped += failures
+            failures = 0
             time_s = index / native_fps
             if time_s + 1e-6 < next_time:
                 continue
             ok, frame = capture.retrieve()
             if not ok or frame is None:
-                index -= 1
-                break
+                skipped += 1
+                continue
             next_time = max(next_time + step_s, time_s) if step_s else time_s
+            analysed += 1
             yield stream.process(frame, time_s, index=index)
-        read = index + 1
-        if read == 0:
+        if analysed == 0:
             raise UserError(f"{source}: no readable video frames")
+        if skipped:
+            log.warning("%s: %d damaged frame(s) skipped; the frames around them were analysed", source, skipped)
+        read = index + 1
         if expected and read < expected * (1 - FRAME_COUNT_SLACK):
             log.warning("%s: frames stop being readable at frame %d of %d; analysed the frames before it", source, read, expected)
 
@@ -199,7 +211,12 @@ class AnalysisStream:
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
     """Accept gray, BGR or BGRA uint8 frames; the detectors want 3-channel BGR."""
+    if image is None or isinstance(image, (str, os.PathLike)):
+        raise UserError(f"expected a decoded image (an H x W x 3 uint8 array), got {image!r}; "
+                        "read files with classroom_fer.preprocessing.read_image (cv2.imread gives None when it fails)")
     image = np.asarray(image)
+    if image.size == 0:
+        raise UserError(f"expected an image, got an empty array of shape {image.shape}")
     if image.dtype != np.uint8:
         raise UserError(f"expected an 8-bit image, got dtype {image.dtype}")
     if image.ndim == 2:

@@ -3,10 +3,12 @@ detections.jsonl/.csv, summary.json and report.html."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
@@ -56,7 +58,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"{out}: cannot create the output folder ({error.strerror})") from None
-        with DetectionWriter(out) as writer:
+        with _output_errors(out), DetectionWriter(out) as writer:
             collector = _Collector(writer, out / "crops" if args.save_crops else None)
             if source.kind == "video":
                 _analyze_video(analyzer, source, capture, args.fps or None, out, collector)
@@ -70,12 +72,22 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     summary = summarize(collector.frames, window_s=args.window)
     summary["unreadable"] = collector.failed
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_report(summary, out / "report.html")
+    with _output_errors(out):
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_report(summary, out / "report.html")
     print(f"{source.name}: {summary['frames']} frame(s), {summary['faces']} face(s)"
           + (f", {len(collector.failed)} unreadable item(s) skipped" if collector.failed else "")
           + f" -> {out}{os.sep} (report.html, summary.json, detections.jsonl, detections.csv)")
     return 0
+
+
+@contextlib.contextmanager
+def _output_errors(out: Path) -> Iterator[None]:
+    """A failed write (a full disk, a permission) is one error line that names the output folder."""
+    try:
+        yield
+    except OSError as error:
+        raise UserError(f"{out}: cannot write the outputs ({error.strerror or error})") from None
 
 
 class _Collector:
@@ -131,7 +143,8 @@ def _analyze_stills(analyzer, source, out: Path, collector: _Collector) -> None:
             log.warning("%s: no faces found", name)
         target = (annotated_dir / relative).with_suffix(".jpg")
         target.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(target), draw_faces(image, frame.faces))
+        if not cv2.imwrite(str(target), draw_faces(image, frame.faces)):
+            raise OSError(f"{target} could not be written")
         collector.add(frame, relative.with_suffix("").as_posix().replace("/", "__"))
     if not collector.frames:
         raise UserError(f"{source.name}: none of the {len(paths)} images could be read")

@@ -13,6 +13,7 @@ import io
 import logging
 import math
 import os
+import pickle
 import random
 import shlex
 import sys
@@ -83,7 +84,10 @@ def train(config: TrainConfig) -> Path:
     _seed_everything(config.seed + rank)
     out = Path(config.out)
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"{out}: cannot create the output folder ({error.strerror})") from None
         _check_writable(out)
     if config.resume:
         _resumable_checkpoint(out)  # fail before the data is loaded
@@ -305,12 +309,19 @@ def _resume(out: Path, model, optimizer, scheduler, ema) -> tuple[int, float, in
     from safetensors.torch import load_file
 
     last = _resumable_checkpoint(out)
-    state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
-    model.load_state_dict(load_file(str(last / "model.safetensors")))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if ema is not None and state.get("ema") is not None:
-        ema.load_state_dict(state["ema"])
+    try:
+        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise UserError(f"{last / STATE_FILE}: unreadable training state ({str(error).splitlines()[0][:200]})") from None
+    try:
+        model.load_state_dict(load_file(str(last / "model.safetensors")))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+    except (RuntimeError, ValueError, KeyError):
+        raise UserError(f"{last}: this run used another model or optimiser; resume with the options it started with, "
+                        "or train into another --out") from None
     torch.set_rng_state(state["torch_rng"])
     rows = [r for r in state["rows"] if r["epoch"] <= state["epoch"]]
     return state["epoch"] + 1, state["best_acc"], state["stale_epochs"], rows
@@ -332,9 +343,14 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", newline="") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(handle.name, path)
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", newline="")
+    try:
+        with handle:
+            handle.write(buffer.getvalue())
+        os.replace(handle.name, path)
+    except OSError:  # e.g. a full disk: the previous metrics.csv stays, no partial file is left
+        Path(handle.name).unlink(missing_ok=True)
+        raise
 
 
 def _training_info(config: TrainConfig, train_set: FaceDataset, val_set: FaceDataset, epoch: int, selected: str,
