@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -115,9 +116,9 @@ def iou(a, b) -> float:
 
 
 def one_error_line(capsys) -> str:
-    """stderr must be exactly one line, ``error: ...``, and no traceback; returns it."""
+    """stderr must be exactly one line, ``error: ...``, and no traceback (training's progress bars aside); returns it."""
     err = capsys.readouterr().err
-    lines = err.strip().splitlines()
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not re.search(r"\d+/\d+ \[", line)]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     return lines[0]
 

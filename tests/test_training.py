@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import signal
 import subprocess
@@ -38,7 +39,7 @@ def test_short_training_run_writes_checkpoints_metrics_and_curves(tmp_path, fer_
     assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
 
 
-def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path, fer_root):
+def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path, fer_root, caplog):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "classroom_fer.cli", "train", "--data", str(fer_root), "--out", str(out), "--epochs", "4", *SMALL]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -52,12 +53,15 @@ def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path, fer_root):
     assert len(killed_rows) < 4
     best_before, _ = load_checkpoint(out / "best")  # intact after the kill
 
+    caplog.set_level(logging.INFO, logger="classroom_fer")
     assert main(["train", "--data", str(fer_root), "--out", str(out), "--epochs", "4", "--resume", *SMALL]) == 0
+    assert any(f"resumed after epoch {len(killed_rows)} " in r.getMessage() for r in caplog.records)  # not restarted
     rows = _rows(out / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert rows[: len(killed_rows)] == killed_rows  # earlier epochs kept as they were
-    load_checkpoint(out / "best")
-    assert not any(p.name.startswith(".") for p in out.iterdir()), "staging directories left behind"
+    _, best = load_checkpoint(out / "best")
+    assert best["val_metrics"]["accuracy"] == max(float(r["val_acc"]) for r in rows)  # the best epoch, whichever run it was in
+    assert not any(p.name.startswith(".") or p.suffix == ".tmp" for p in out.iterdir()), "staging or partial files left behind"
 
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path, fer_root, capsys):
@@ -117,3 +121,16 @@ def test_runs_unchanged_under_torchrun(tmp_path, fer_root):
     assert result.returncode == 0, result.stderr[-2000:]
     assert [int(r["epoch"]) for r in _rows(out / "metrics.csv")] == [1]
     load_checkpoint(out / "best")
+
+
+def test_thesis_recipe_options_train(tmp_path, fer_root):
+    """SAM over AdamW, plateau schedule, top-K token downsampling, plus MixUp/CutMix and class weights."""
+    out = tmp_path / "sam"
+    args = ["train", "--data", str(fer_root), "--out", str(out), "--epochs", "2", "--optimizer", "sam",
+            "--schedule", "plateau", "--token-strategy", "topk-attention", "--keep-tokens", "16,12,9,6",
+            "--mixup", "1.0", "--class-weights", "balanced", *SMALL]
+    assert main(args) == 0
+    model, training = load_checkpoint(out / "best")
+    assert model.config.token_strategy == "topk-attention" and model.tokens_per_layer == [16, 16, 12, 9]
+    assert training["train_config"]["optimizer"] == "sam"
+    assert all(float(r["train_loss"]) > 0 for r in _rows(out / "metrics.csv"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import os
 import sys
 from pathlib import Path
@@ -79,7 +80,7 @@ def _run_train(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, class_weights=args.class_weights,
         ema_decay=args.ema_decay, mixup=args.mixup, patience=args.patience, max_train_samples=args.max_train_samples,
         max_val_samples=args.max_val_samples, drop_blank=not args.keep_blank, drop_duplicates=not args.keep_duplicates,
-        seed=args.seed, resume=args.resume,
+        seed=args.seed, resume=args.resume, command=shlex.join(["classroom-fer", *args.argv]),
     )
     best = train(config)
     print(f"best checkpoint: {best}")
@@ -185,7 +186,9 @@ def _extra_verbs():
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return args.run(args)

@@ -236,8 +236,7 @@ def _load_csv(path: Path, split: str) -> FaceDataset:
     else:
         if split in ("publictest", "privatetest"):
             raise UserError(f"{path}: this CSV has no Usage column, so it has no {split} split (use train, val or test)")
-        parts = _split_train_val_test(labels, (0.8, 0.1, 0.1), path)
-        split_index = np.arange(len(labels)) if split == "all" else parts[split]
+        split_index = np.arange(len(labels)) if split == "all" else _split_train_val_test(labels, (0.8, 0.1, 0.1), path)[split]
     return FaceDataset(images[split_index], labels[split_index], str(path), split)
 
 

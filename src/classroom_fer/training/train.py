@@ -15,8 +15,6 @@ import math
 import os
 import pickle
 import random
-import shlex
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -73,7 +71,7 @@ class TrainConfig:
     max_val_samples: int | None = None
     seed: int = 0
     resume: bool = False
-    workers_note: str = ""
+    command: str = ""  # the command line that started the run, recorded in training.json
 
 
 def train(config: TrainConfig) -> Path:
@@ -356,7 +354,7 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
 def _training_info(config: TrainConfig, train_set: FaceDataset, val_set: FaceDataset, epoch: int, selected: str,
                    metrics: dict, model: HybridMobileNetViT) -> dict:
     return {
-        "command": " ".join(shlex.quote(a) for a in ["classroom-fer", *sys.argv[1:]]),
+        "command": config.command,
         "data": config.data,
         "train_split": config.train_split,
         "train_samples": len(train_set),
