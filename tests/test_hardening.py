@@ -178,9 +178,10 @@ def test_bad_images_are_one_error_line_and_exit_2(tmp_path, capsys):
 def test_huge_declared_images_allocate_nothing(tmp_path):
     """Decoding headers that claim 400 megapixels (1.2 GB as RGB) in a fresh process stays small."""
     files = [path for name, (path, _) in bad_files(tmp_path).items() if "x" in name]
-    script = ("import resource, sys\nfrom classroom_fer.preprocessing import read_image\nfrom classroom_fer.errors import UserError\n"
+    # VmHWM, the peak of this process's own memory (ru_maxrss would start from the parent's peak at fork).
+    script = ("import re, sys\nfrom classroom_fer.preprocessing import read_image\nfrom classroom_fer.errors import UserError\n"
               "for path in sys.argv[1:]:\n    try:\n        read_image(path)\n    except UserError:\n        pass\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+              "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)")
     result = subprocess.run([sys.executable, "-c", script, *map(str, files)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < 300, f"peak memory {result.stdout.strip()} MB"
@@ -477,6 +478,20 @@ def test_disk_filling_up_mid_training_keeps_the_last_epoch_and_resumes(tmp_path,
     monkeypatch.setattr(checkpoint, "save_file", real_save)
     assert main([*argv, "--resume"]) == 0
     assert [line.split(",")[0] for line in (out / "metrics.csv").read_text().splitlines()] == ["epoch", "1", "2"]
+
+
+def test_dataset_cache_on_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch, caplog, fer_csv):
+    from classroom_fer.data import cache
+
+    def disk_full(value, handle, protocol):
+        handle.write(b"half an entry")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("CLASSROOM_FER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache.pickle, "dump", disk_full)
+    assert len(load_dataset(fer_csv, "all")) == 42  # the run goes on without the cache
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert any("could not write dataset cache" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
 # ---- options a careless user gives -----------------------------------------------------------------------

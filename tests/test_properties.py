@@ -8,7 +8,6 @@ and are never handed out twice.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 

@@ -106,6 +106,8 @@ class VideoSink:
         if self.writer is None:
             height, width = image.shape[:2]
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            if not self.writer.isOpened():
+                raise OSError(f"{self.path} could not be created")
         self.writer.write(image)
 
     def close(self) -> None:
@@ -119,4 +121,6 @@ def save_crops(directory: Path, frame, stem: str) -> None:
         return
     directory.mkdir(parents=True, exist_ok=True)
     for face, crop in zip(frame.faces, frame.crops):
-        cv2.imwrite(str(directory / f"{stem}_f{frame.index:06d}_{face.track_id}.png"), crop)
+        path = directory / f"{stem}_f{frame.index:06d}_{face.track_id}.png"
+        if not cv2.imwrite(str(path), crop):
+            raise OSError(f"{path} could not be written")

@@ -309,8 +309,8 @@ def _resume(out: Path, model, optimizer, scheduler, ema) -> tuple[int, float, in
     last = _resumable_checkpoint(out)
     try:
         state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise UserError(f"{last / STATE_FILE}: unreadable training state ({str(error).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError):
+        raise UserError(f"{last / STATE_FILE}: unreadable training state (damaged, or not written by classroom-fer train)") from None
     try:
         model.load_state_dict(load_file(str(last / "model.safetensors")))
         optimizer.load_state_dict(state["optimizer"])
