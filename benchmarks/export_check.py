@@ -21,7 +21,8 @@ import numpy as np
 
 from classroom_fer.benchmark import Timing, median_seconds
 from classroom_fer.data import load_dataset
-from classroom_fer.export.onnx import EXPORT_TOLERANCE, export_onnx, paper_keep_schedule, with_token_strategy
+from classroom_fer.export.onnx import EXPORT_TOLERANCE, export_onnx, paper_keep_schedule
+from classroom_fer.models import with_token_strategy
 from classroom_fer.export.quantize import METHODS, quantize_onnx
 from classroom_fer.inference import ONNX_FILE, OnnxClassifier, TorchClassifier, default_model_dir
 from classroom_fer.models import load_checkpoint

@@ -12,7 +12,8 @@ import torch
 from classroom_fer.benchmark import Timing, Variant, measure_in_subprocess
 from classroom_fer.cli import main
 from classroom_fer.data import load_dataset
-from classroom_fer.export.onnx import EXPORT_TOLERANCE, INPUT_NAME, export_onnx, paper_keep_schedule, with_token_strategy
+from classroom_fer.export.onnx import EXPORT_TOLERANCE, INPUT_NAME, export_onnx, paper_keep_schedule
+from classroom_fer.models import with_token_strategy
 from classroom_fer.export.quantize import quantize_onnx
 from classroom_fer.inference import ONNX_FILE, OnnxClassifier, TorchClassifier, default_model_dir, load_classifier
 from classroom_fer.models import PRESETS, build_model, load_checkpoint, preset

@@ -74,9 +74,10 @@ def run_benchmark(model: str | Path | None = None, threads: int | None = None, q
     import onnxruntime
     import torch
 
-    from .export.onnx import export_onnx, paper_keep_schedule, with_token_strategy
+    from .export.onnx import export_onnx, paper_keep_schedule
     from .export.quantize import quantize_onnx
     from .inference import ONNX_FILE, default_model_dir
+    from .models import with_token_strategy
     from .models import load_checkpoint
     from .models.checkpoint import resolve_checkpoint
     from .models.hybrid import TOKEN_STRATEGIES
@@ -243,8 +244,7 @@ def _load(variant: Variant):
         return load_classifier(variant.model, "onnx", variant.threads)
     import torch
 
-    from .export.onnx import with_token_strategy
-    from .models import build_model, load_checkpoint, preset
+    from .models import build_model, load_checkpoint, preset, with_token_strategy
 
     if variant.model == PAPER:
         torch.manual_seed(0)

@@ -2,7 +2,6 @@
 (and preprocessing) that inference uses."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -25,7 +24,12 @@ def evaluate(data: str, split: str = "test", model: str | None = None, backend: 
             raise UserError(f"{out}: cannot create the output folder ({error.strerror})") from None
     classifier = load_classifier(model, backend)  # before the dataset: a bad --model fails without decoding it
     if token_strategy is not None:
-        classifier = _with_token_strategy(classifier, token_strategy, keep_tokens)
+        from .models import with_token_strategy
+
+        if not isinstance(classifier, TorchClassifier):
+            raise UserError("--token-strategy needs the torch backend (--backend torch)")
+        model = with_token_strategy(classifier.model, token_strategy, keep_tokens)
+        classifier = TorchClassifier(Path(classifier.source), model=model)
     dataset = load_dataset(data, split)
     probabilities = np.concatenate([
         _predict(classifier, dataset.images[start : start + batch_size], tta)
@@ -48,16 +52,3 @@ def _predict(classifier, faces: np.ndarray, tta: bool) -> np.ndarray:
     if tta:
         probabilities = (probabilities + classifier.predict_proba(np.ascontiguousarray(faces[:, :, ::-1]))) / 2
     return probabilities
-
-
-def _with_token_strategy(classifier, strategy: str, keep_tokens: list[int] | None):
-    """The same weights with another token downsampling (it adds no parameters)."""
-    from .models import build_model
-
-    if not isinstance(classifier, TorchClassifier):
-        raise UserError("--token-strategy needs the torch backend (--backend torch)")
-    config = dataclasses.replace(classifier.model.config, token_strategy=strategy,
-                                 keep_tokens=keep_tokens if strategy != "none" else None)
-    model = build_model(config)
-    model.load_state_dict(classifier.model.state_dict())
-    return TorchClassifier(Path(classifier.source), model=model)

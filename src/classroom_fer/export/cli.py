@@ -75,7 +75,8 @@ def _export_checkpoint(source: Path, out: Path, args: argparse.Namespace) -> flo
     import numpy as np
 
     from ..models import load_checkpoint
-    from .onnx import check_export, export_onnx, paper_keep_schedule, with_token_strategy
+    from ..models import with_token_strategy
+    from .onnx import check_export, export_onnx, paper_keep_schedule
 
     model, _ = load_checkpoint(source)
     if args.token_strategy:

@@ -63,18 +63,6 @@ def check_export(model: HybridMobileNetViT, path: str | Path, faces: np.ndarray)
     return difference
 
 
-def with_token_strategy(model: HybridMobileNetViT, strategy: str, keep_tokens: list[int] | None) -> HybridMobileNetViT:
-    """The same weights with another token downsampling (it adds no parameters), in eval mode."""
-    import dataclasses
-
-    from ..models import build_model
-
-    config = dataclasses.replace(model.config, token_strategy=strategy, keep_tokens=keep_tokens if strategy != "none" else None)
-    retokenized = build_model(config)
-    retokenized.load_state_dict(model.state_dict())
-    return retokenized.eval()
-
-
 def paper_keep_schedule(model: HybridMobileNetViT) -> list[int]:
     """Tokens kept after each layer of ``model``, in the proportions of the paper's schedule
     (49 -> 35 -> 26 -> 20 -> 12 tokens over 12 layers), for models trained without downsampling.

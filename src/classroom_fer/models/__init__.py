@@ -1,6 +1,15 @@
 """The hybrid MobileNetV3-ViT family and its checkpoints."""
 from .checkpoint import load_checkpoint, save_checkpoint
-from .hybrid import PRESETS, HybridConfig, HybridMobileNetViT, build_model, count_gflops, count_parameters, preset
+from .hybrid import (
+    PRESETS,
+    HybridConfig,
+    HybridMobileNetViT,
+    build_model,
+    count_gflops,
+    count_parameters,
+    preset,
+    with_token_strategy,
+)
 
 __all__ = [
     "PRESETS",
@@ -12,4 +21,5 @@ __all__ = [
     "load_checkpoint",
     "preset",
     "save_checkpoint",
+    "with_token_strategy",
 ]

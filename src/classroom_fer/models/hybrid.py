@@ -211,6 +211,14 @@ def build_model(config: HybridConfig) -> HybridMobileNetViT:
     return HybridMobileNetViT(config)
 
 
+def with_token_strategy(model: HybridMobileNetViT, strategy: str, keep_tokens: list[int] | None) -> HybridMobileNetViT:
+    """The same weights with another token downsampling (it adds no parameters), in eval mode."""
+    config = dataclasses.replace(model.config, token_strategy=strategy, keep_tokens=keep_tokens if strategy != "none" else None)
+    retokenized = build_model(config)
+    retokenized.load_state_dict(model.state_dict())
+    return retokenized.eval()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
