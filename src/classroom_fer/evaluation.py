@@ -9,7 +9,7 @@ import numpy as np
 
 from .data import load_dataset
 from .errors import UserError
-from .inference import TorchClassifier, load_classifier
+from .inference import FlipAveragedClassifier, TorchClassifier, load_classifier
 
 
 def evaluate(data: str, split: str = "test", model: str | None = None, backend: str = "auto", tta: bool = False,
@@ -30,9 +30,11 @@ def evaluate(data: str, split: str = "test", model: str | None = None, backend: 
             raise UserError("--token-strategy needs the torch backend (--backend torch)")
         model = with_token_strategy(classifier.model, token_strategy, keep_tokens)
         classifier = TorchClassifier(Path(classifier.source), model=model)
+    if tta:
+        classifier = FlipAveragedClassifier(classifier)
     dataset = load_dataset(data, split)
     probabilities = np.concatenate([
-        _predict(classifier, dataset.images[start : start + batch_size], tta)
+        classifier.predict_proba(dataset.images[start : start + batch_size])
         for start in range(0, len(dataset), batch_size)
     ])
     metrics = classification_metrics(probabilities, dataset.labels)
@@ -45,10 +47,3 @@ def evaluate(data: str, split: str = "test", model: str | None = None, backend: 
         except OSError as error:
             raise UserError(f"{out}: cannot write the results ({error.strerror})") from None
     return metrics
-
-
-def _predict(classifier, faces: np.ndarray, tta: bool) -> np.ndarray:
-    probabilities = classifier.predict_proba(faces)
-    if tta:
-        probabilities = (probabilities + classifier.predict_proba(np.ascontiguousarray(faces[:, :, ::-1]))) / 2
-    return probabilities

@@ -94,8 +94,9 @@ class Analyzer:
         miss_budget_s: float = 2.0,
         threads: int | None = None,
         keep_crops: bool = False,
+        tta: bool = True,
     ) -> None:
-        self.classifier = load_classifier(model, backend=backend, threads=threads)
+        self.classifier = load_classifier(model, backend=backend, threads=threads, tta=tta)
         self.detector = make_detector(detector, threshold=det_threshold, min_face=min_face, threads=threads, max_side=det_size)
         self.half_life_s = half_life_s
         self.miss_budget_s = miss_budget_s

@@ -34,6 +34,7 @@ def add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, help="webcam: stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--save-crops", action="store_true", help="also save the aligned 48x48 faces (off by default for privacy)")
     p.add_argument("--threads", type=int, help="CPU threads for detector and classifier")
+    p.add_argument("--no-tta", action="store_true", help="classify each face once, without averaging it with its mirror image")
     p.set_defaults(run=run_analyze)
 
 
@@ -52,7 +53,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     try:
         analyzer = Analyzer(model=args.model, backend=args.backend, detector=args.detector, det_threshold=args.det_threshold,
                             min_face=args.min_face, det_size=args.det_size, half_life_s=args.half_life, miss_budget_s=args.miss_budget,
-                            threads=args.threads, keep_crops=args.save_crops)
+                            threads=args.threads, keep_crops=args.save_crops, tta=not args.no_tta)
         out = Path(args.out)
         try:
             out.mkdir(parents=True, exist_ok=True)
