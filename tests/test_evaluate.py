@@ -42,3 +42,15 @@ def test_evaluate_bad_inputs_are_one_line_errors(tmp_path, fer_root, capsys):
     assert main(["evaluate", "--data", str(fer_root), "--split", "publictest", "--model", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_flip_tta_is_mirror_symmetric_and_in_one_batch(fer_root):
+    from classroom_fer.inference import load_classifier
+
+    faces = load_dataset(fer_root, "publictest", max_samples=32).images
+    plain, averaged = load_classifier(backend="onnx"), load_classifier(backend="onnx", tta=True)
+    mirrored = np.ascontiguousarray(faces[:, :, ::-1])
+    assert np.allclose(averaged.predict_proba(faces), averaged.predict_proba(mirrored), atol=1e-6)
+    expected = (plain.predict_proba(faces) + plain.predict_proba(mirrored)) / 2
+    assert np.allclose(averaged.predict_proba(faces), expected, atol=1e-6)
+    assert not np.allclose(plain.predict_proba(faces), plain.predict_proba(mirrored), atol=1e-3)
