@@ -106,16 +106,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     keep = _parse_keep_tokens(args.keep_tokens) if args.keep_tokens else None
     if args.json:  # checked before the run, so a bad path does not waste it
-        _check_writable_file(Path(args.json))
+        check_writable_file(Path(args.json))
     metrics = evaluate(args.data, args.split, model=args.model, backend=args.backend, tta=args.tta,
                        token_strategy=args.token_strategy, keep_tokens=keep,
                        out=Path(args.out) if args.out else None)
     print(_metrics_table(metrics))
     if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
-        except OSError as error:
-            raise UserError(f"{args.json}: cannot write the metrics ({error.strerror}); they are printed above") from None
+        write_json(Path(args.json), metrics, "the metrics")
     return 0
 
 
@@ -146,7 +143,16 @@ def _check_range(args: argparse.Namespace, names: tuple[str, ...], high: float |
             raise UserError(f"--{name.replace('_', '-')} {value}: must be {limits}")
 
 
-def _check_writable_file(path: Path) -> None:
+def write_json(path: Path, data: dict, what: str) -> None:
+    """Write a verb's JSON result; a failure is one line that says the result was printed above."""
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as error:
+        raise UserError(f"{path}: cannot write {what} ({error.strerror}); they are printed above") from None
+
+
+def check_writable_file(path: Path) -> None:
+    """Checked before a long run, so a bad output path does not waste it."""
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a file")
     if not path.parent.is_dir():

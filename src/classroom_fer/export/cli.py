@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import tempfile
 from pathlib import Path
 
@@ -126,15 +125,15 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 def _run_benchmark(args: argparse.Namespace) -> int:
     from ..benchmark import format_table, run_benchmark
+    from ..cli import check_writable_file, write_json
 
     _require_torch("the benchmark (it measures PyTorch and the paper's model)")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1 (got {args.threads})")
+    if args.json:
+        check_writable_file(Path(args.json))
     result = run_benchmark(args.model, args.threads, args.quick)
     print(format_table(result))
     if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        except OSError as error:
-            raise UserError(f"{args.json}: cannot write the results ({error.strerror})") from None
+        write_json(Path(args.json), result, "the results")
     return 0
