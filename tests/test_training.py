@@ -131,6 +131,6 @@ def test_thesis_recipe_options_train(tmp_path, fer_root):
             "--mixup", "1.0", "--class-weights", "balanced", *SMALL]
     assert main(args) == 0
     model, training = load_checkpoint(out / "best")
-    assert model.config.token_strategy == "topk-attention" and model.tokens_per_layer == [16, 16, 12, 9]
+    assert model.config.token_strategy == "topk-attention" and model.tokens_per_layer == [36, 16, 12, 9]
     assert training["train_config"]["optimizer"] == "sam"
     assert all(float(r["train_loss"]) > 0 for r in _rows(out / "metrics.csv"))

@@ -98,7 +98,7 @@ PRESETS: dict[str, HybridConfig] = {
     "default": HybridConfig(
         backbone="mobilenet_v3_small",
         backbone_blocks=9,
-        input_size=64,
+        input_size=96,
         in_chans=1,
         embed_dim=192,
         depth=4,
