@@ -5,6 +5,7 @@ ONNX graph is exported from those same rounded weights, so both backends agree. 
 downsampling adds no weights, so it can be switched on for the shipped model where it pays:
 
     python scripts/ship_default_model.py runs/default/best [--token-strategy topk-attention --keep-tokens 11,8,7,7]
+    python scripts/ship_default_model.py runs/large96/best --target models/large96   # an alternative model
 """
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--token-strategy", choices=["none", "topk-attention", "pool"])
     parser.add_argument("--keep-tokens", help="comma-separated tokens kept after each layer")
+    parser.add_argument("--target", type=Path, default=default_model_dir(),
+                        help="where to write it (default: the package's default model)")
     args = parser.parse_args()
     model, training = load_checkpoint(args.checkpoint)
     if args.token_strategy:
         keep = [int(k) for k in args.keep_tokens.split(",")] if args.keep_tokens else None
         model = with_token_strategy(model, args.token_strategy, keep)
         training["shipped_token_strategy"] = {"strategy": args.token_strategy, "keep_tokens": keep}
-    target = default_model_dir()
+    target = args.target
     save_checkpoint(target, model, training, half=True)
     shipped, _ = load_checkpoint(target)  # fp16-rounded weights, as users get them
     export_onnx(shipped, target / ONNX_FILE)
