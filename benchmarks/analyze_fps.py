@@ -51,10 +51,11 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=6, help="use only photos with at least this many annotated faces")
     parser.add_argument("--detector", default="centerface", choices=["centerface", "haar"])
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--model", help="checkpoint folder or .onnx file (default: the shipped model)")
     args = parser.parse_args()
 
     frames = [letterbox(cv2.imread(str(path))) for path in annotated_photos(args.faces)]
-    analyzer = Analyzer(backend=args.backend, detector=args.detector, threads=args.threads)
+    analyzer = Analyzer(model=args.model, backend=args.backend, detector=args.detector, threads=args.threads)
     for frame in frames:  # warm-up: onnxruntime allocates its buffers per input shape
         analyzer.analyze_image(frame)
 

@@ -5,7 +5,7 @@ ONNX graph is exported from those same rounded weights, so both backends agree. 
 downsampling adds no weights, so it can be switched on for the shipped model where it pays:
 
     python scripts/ship_default_model.py runs/default/best [--token-strategy topk-attention --keep-tokens 11,8,7,7]
-    python scripts/ship_default_model.py runs/large96/best --target models/large96   # an alternative model
+    python scripts/ship_default_model.py runs/large96/best --target models/large96   # the opt-in model
 """
 from __future__ import annotations
 
@@ -32,12 +32,11 @@ def main() -> None:
         keep = [int(k) for k in args.keep_tokens.split(",")] if args.keep_tokens else None
         model = with_token_strategy(model, args.token_strategy, keep)
         training["shipped_token_strategy"] = {"strategy": args.token_strategy, "keep_tokens": keep}
-    target = args.target
-    save_checkpoint(target, model, training, half=True)
-    shipped, _ = load_checkpoint(target)  # fp16-rounded weights, as users get them
-    export_onnx(shipped, target / ONNX_FILE)
-    print(f"shipped {args.checkpoint} -> {target}")
-    print(json.dumps(json.loads((target / TRAINING_FILE).read_text()).get("val_metrics", {}), indent=2))
+    save_checkpoint(args.target, model, training, half=True)
+    shipped, _ = load_checkpoint(args.target)  # fp16-rounded weights, as users get them
+    export_onnx(shipped, args.target / ONNX_FILE)
+    print(f"shipped {args.checkpoint} -> {args.target}")
+    print(json.dumps(json.loads((args.target / TRAINING_FILE).read_text()).get("val_metrics", {}), indent=2))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ checked on real FER2013 PublicTest faces."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -151,17 +152,14 @@ def test_benchmark_worker_measures_each_backend_in_its_own_process(shipped):
     assert plain["process_peak_mb"] > onnx_figures["process_peak_mb"]  # torch's runtime is the heavier one
 
 
-def test_alternative_large_model_matches_its_config_and_both_backends_agree(fer_root):
+def test_alternative_large_model_matches_its_preset_and_both_backends_agree(fer_root):
     """models/large96 (more accurate, slower than the shipped model: see docs/experiments.md) is
-    the architecture configs/large96.json trains, and its ONNX graph is its own weights."""
-    import json
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    large = repo / "models" / "large96"
-    assert json.loads((large / "config.json").read_text()) == json.loads((repo / "configs" / "large96.json").read_text())
+    the architecture the large96 preset trains, and its ONNX graph is its own weights."""
+    large = Path(__file__).resolve().parents[1] / "models" / "large96"
     faces = load_dataset(fer_root, "publictest", max_samples=512)
-    torch_probs = load_classifier(large, backend="torch").predict_proba(faces.images)
+    torch_classifier = TorchClassifier(large)
+    assert torch_classifier.model.config == preset("large96")
+    torch_probs = torch_classifier.predict_proba(faces.images)
     onnx_probs = load_classifier(large, backend="onnx").predict_proba(faces.images)
     assert np.abs(torch_probs - onnx_probs).max() < EXPORT_TOLERANCE
     assert (onnx_probs.argmax(axis=1) == faces.labels).mean() > 0.6  # trained weights, not an untrained graph

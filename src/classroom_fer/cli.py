@@ -18,7 +18,7 @@ log = logging.getLogger("classroom_fer")
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on a FER dataset")
     p.add_argument("--data", required=True, help="FER2013 CSV, image-folder root, or folder of class folders")
-    p.add_argument("--preset", default="default", help="model preset: default or paper")
+    p.add_argument("--preset", default="default", help="model preset: default, large96 or paper")
     p.add_argument("--config", help="model config JSON (overrides --preset)")
     p.add_argument("--token-strategy", choices=["none", "topk-attention", "pool"], help="override the preset's token downsampling")
     p.add_argument("--keep-tokens", help="comma-separated tokens kept after each layer")
