@@ -37,6 +37,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-weights", choices=["none", "balanced", "sqrt"], default="none")
     p.add_argument("--ema-decay", type=float, default=0.998, help="0 disables the weight EMA")
     p.add_argument("--mixup", type=float, default=0.0, help="probability of MixUp/CutMix per batch")
+    p.add_argument("--init", help="start from this checkpoint's weights (same preset) instead of random ones")
+    p.add_argument("--teacher", help="checkpoint to distil from: the loss also matches its softened predictions")
+    p.add_argument("--distill-weight", type=float, default=0.7, help="share of the distillation term in the loss (with --teacher)")
+    p.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of the distillation term")
     p.add_argument("--patience", type=int, default=15, help="early stopping patience in epochs")
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--max-val-samples", type=int)
@@ -56,8 +60,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from .models import HybridConfig, preset
     from .training.train import TrainConfig, train
 
-    _check_positive(args, "epochs", "batch_size", "lr", "patience", "max_train_samples", "max_val_samples", "threads", "input_size")
-    _check_range(args, ("mixup", "ema_decay", "label_smoothing"), high=1.0)
+    _check_positive(args, "epochs", "batch_size", "lr", "patience", "max_train_samples", "max_val_samples", "threads", "input_size",
+                    "distill_temperature")
+    _check_range(args, ("mixup", "ema_decay", "label_smoothing", "distill_weight"), high=1.0)
     _check_range(args, ("weight_decay", "sam_rho", "warmup_epochs"))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,7 +83,8 @@ def _run_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, model=model_config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, optimizer=args.optimizer, sam_rho=args.sam_rho, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, class_weights=args.class_weights,
-        ema_decay=args.ema_decay, mixup=args.mixup, patience=args.patience, max_train_samples=args.max_train_samples,
+        ema_decay=args.ema_decay, mixup=args.mixup, init=args.init, teacher=args.teacher,
+        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature, patience=args.patience, max_train_samples=args.max_train_samples,
         max_val_samples=args.max_val_samples, drop_blank=not args.keep_blank, drop_duplicates=not args.keep_duplicates,
         seed=args.seed, resume=args.resume, command=shlex.join(["classroom-fer", *args.argv]),
     )

@@ -32,7 +32,7 @@ from ..data import FaceDataset, load_dataset
 from ..data.augment import AugmentConfig, augment_batch
 from ..errors import UserError
 from ..models import HybridConfig, build_model, count_gflops, count_parameters, save_checkpoint
-from ..models.checkpoint import resolve_checkpoint
+from ..models.checkpoint import load_checkpoint, resolve_checkpoint
 from ..models.hybrid import HybridMobileNetViT
 from .metrics import classification_metrics, plot_curves
 from .sam import SAM
@@ -60,6 +60,10 @@ class TrainConfig:
     class_weights: str = "none"  # none | balanced | sqrt
     ema_decay: float = 0.998  # 0 disables the EMA
     mixup: float = 0.0  # probability of MixUp/CutMix on a batch
+    init: str | None = None  # start from this checkpoint's weights (same architecture) instead of random ones
+    teacher: str | None = None  # checkpoint whose soft predictions the model also learns (knowledge distillation)
+    distill_weight: float = 0.7  # share of the distillation term in the loss; the rest is cross-entropy on labels
+    distill_temperature: float = 2.0
     grad_clip: float = 1.0
     patience: int = 15
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
@@ -101,7 +105,11 @@ def train(config: TrainConfig) -> Path:
     train_labels = torch.from_numpy(train_set.labels)
 
     # Model, optimiser, schedule, loss, EMA.
-    model = build_model(config.model).to(device).to(memory_format=torch.channels_last)
+    model = build_model(config.model)
+    if config.init and not config.resume:
+        _load_initial_weights(model, config.init)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    teacher = _load_teacher(config.teacher, device) if config.teacher else None
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     optimizer = _make_optimizer(model, config)
     steps_per_epoch = max(1, math.ceil(len(train_set) / (config.batch_size * world_size)))
@@ -138,16 +146,27 @@ def train(config: TrainConfig) -> Path:
             if mixer is not None and random.random() < config.mixup:
                 images, targets = mixer(images, labels)
             images = images.contiguous(memory_format=torch.channels_last)
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(images)
+
+            def objective(logits: torch.Tensor) -> torch.Tensor:
+                loss = F.cross_entropy(logits, targets, weight=class_weight, label_smoothing=config.label_smoothing)
+                if teacher_logits is None:
+                    return loss
+                distill = distillation_loss(logits, teacher_logits, config.distill_temperature)
+                return (1 - config.distill_weight) * loss + config.distill_weight * distill
 
             def closure() -> torch.Tensor:
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(ddp_model(images), targets, weight=class_weight, label_smoothing=config.label_smoothing)
+                loss = objective(ddp_model(images))
                 loss.backward()
                 return loss
 
             optimizer.zero_grad(set_to_none=True)
             logits = ddp_model(images)
-            loss = F.cross_entropy(logits, targets, weight=class_weight, label_smoothing=config.label_smoothing)
+            loss = objective(logits)
             loss.backward()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -230,6 +249,34 @@ def train(config: TrainConfig) -> Path:
     return out / "best"
 
 
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened probabilities (Hinton et al. 2015), scaled by
+    T^2 so its gradients keep their size whatever the temperature."""
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    ) * temperature**2
+
+
+def _load_initial_weights(model: HybridMobileNetViT, checkpoint: str) -> None:
+    source, _ = load_checkpoint(checkpoint)
+    if source.config != model.config:
+        raise UserError(f"{checkpoint}: --init checkpoint has another architecture than the model being trained "
+                        "(use the preset or config it was trained with)")
+    model.load_state_dict(source.state_dict())
+
+
+def _load_teacher(checkpoint: str, device: torch.device) -> HybridMobileNetViT:
+    """Any classroom-fer checkpoint will do: every model takes the same 48x48 faces and class order."""
+    teacher, _ = load_checkpoint(checkpoint)
+    if list(teacher.config.classes) != list(CLASS_NAMES):
+        raise UserError(f"{checkpoint}: the teacher predicts other classes ({', '.join(teacher.config.classes)})")
+    teacher.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
 @torch.no_grad()
 def evaluate_model(model: HybridMobileNetViT, dataset: FaceDataset, device: torch.device, batch_size: int = 512,
                    tta: bool = False) -> tuple[float, np.ndarray]:
@@ -272,7 +319,7 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
         raise UserError(f"unknown schedule {config.schedule!r} (choose cosine or plateau)")
     warmup = int(config.warmup_epochs * steps_per_epoch)
     total = max(config.epochs * steps_per_epoch, warmup + 1)
-    floor = config.min_lr / config.lr
+    floor = min(config.min_lr / config.lr, 1.0)  # a peak below min_lr stays flat, never rises
 
     def factor(step: int) -> float:
         if step < warmup:
