@@ -181,3 +181,19 @@ def test_init_from_another_architecture_is_a_clear_error(tmp_path, fer_root, cap
     assert main(args) == 2
     error = capsys.readouterr().err
     assert str(default_model_dir()) in error and "another architecture" in error
+
+
+def test_cosine_schedule_never_rises_above_the_peak_learning_rate():
+    from classroom_fer.training.train import TrainConfig, _make_scheduler
+
+    for peak in (1e-3, 1e-7):  # the second is below the default min_lr of 1e-5
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([parameter], lr=peak)
+        scheduler = _make_scheduler(optimizer, TrainConfig(data="unused", lr=peak, epochs=3, warmup_epochs=1), steps_per_epoch=10)
+        rates = []
+        for _ in range(30):
+            optimizer.step()
+            scheduler.step()
+            rates.append(optimizer.param_groups[0]["lr"])
+        assert max(rates) <= peak * (1 + 1e-9)
+        assert rates[-1] == pytest.approx(min(peak, 1e-5), rel=0.05)
