@@ -197,3 +197,25 @@ def test_cosine_schedule_never_rises_above_the_peak_learning_rate():
             rates.append(optimizer.param_groups[0]["lr"])
         assert max(rates) <= peak * (1 + 1e-9)
         assert rates[-1] == pytest.approx(min(peak, 1e-5), rel=0.05)
+
+
+def test_a_teacher_with_another_class_order_is_mapped_by_name(tmp_path, fer_root):
+    """The shipped model, saved with its classes (and head rows) reversed, is still the same
+    teacher: distilling the shipped model from it costs as little as from the original."""
+    import dataclasses
+
+    from classroom_fer.inference import default_model_dir
+    from classroom_fer.models import build_model, save_checkpoint
+
+    shipped, _ = load_checkpoint(default_model_dir())
+    reversed_model = build_model(dataclasses.replace(shipped.config, classes=shipped.config.classes[::-1]))
+    state = shipped.state_dict()
+    state["head.weight"], state["head.bias"] = state["head.weight"].flip(0), state["head.bias"].flip(0)
+    reversed_model.load_state_dict(state)
+    save_checkpoint(tmp_path / "reversed", reversed_model)
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(fer_root), "--out", str(out), "--epochs", "1", "--lr", "1e-7", "--warmup-epochs", "0",
+                 "--init", str(default_model_dir()), "--teacher", str(tmp_path / "reversed"), "--distill-weight", "1", *SMALL]) == 0
+    row, = _rows(out / "metrics.csv")
+    assert float(row["train_loss"]) < 0.3  # by position, the reversed columns would disagree on almost every face

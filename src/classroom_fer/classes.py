@@ -5,6 +5,8 @@ relies on folder order or a column position.
 """
 from __future__ import annotations
 
+from .errors import UserError
+
 CLASS_NAMES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
 
@@ -37,3 +39,11 @@ def canonical_name(name: str) -> str:
 
 def class_index(name: str) -> int:
     return CLASS_NAMES.index(canonical_name(name))
+
+
+def column_order(class_names: list[str]) -> list[int]:
+    """Column permutation that maps a model's own class order onto CLASS_NAMES, by name."""
+    positions = [class_index(name) for name in class_names]
+    if sorted(positions) != list(range(NUM_CLASSES)):
+        raise UserError(f"model classes {list(class_names)} do not match {list(CLASS_NAMES)}")
+    return sorted(range(NUM_CLASSES), key=positions.__getitem__)

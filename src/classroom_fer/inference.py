@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .classes import CLASS_NAMES, class_index
+from .classes import CLASS_NAMES, column_order
 from .errors import UserError
 from .preprocessing import FACE_SIZE, faces_to_input
 
@@ -32,14 +32,6 @@ class FaceClassifier(Protocol):
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         """uint8 faces (N x 48 x 48) -> probabilities (N x 7) in CLASS_NAMES order."""
-
-
-def _reorder(class_names: list[str]) -> np.ndarray:
-    """Column permutation that maps a model's own class order onto CLASS_NAMES, by name."""
-    positions = [class_index(name) for name in class_names]
-    if sorted(positions) != list(range(len(CLASS_NAMES))):
-        raise UserError(f"model classes {class_names} do not match {list(CLASS_NAMES)}")
-    return np.argsort(positions)
 
 
 def _check_face_classifier_graph(session, path: Path) -> None:
@@ -79,7 +71,7 @@ class OnnxClassifier:
         metadata = self.session.get_modelmeta().custom_metadata_map
         try:
             classes = json.loads(metadata["classes"]) if "classes" in metadata else list(CLASS_NAMES)
-            self.order = _reorder(list(classes))
+            self.order = column_order(list(classes))
         except (json.JSONDecodeError, TypeError, ValueError):
             raise UserError(f"{path}: the graph's 'classes' metadata is not a list of the 7 expression names") from None
 
@@ -107,7 +99,7 @@ class TorchClassifier:
         self.model.eval()
         self.runner = _frozen_for_inference(self.model)
         self.source = str(directory)
-        self.order = _reorder(self.model.config.classes)
+        self.order = column_order(self.model.config.classes)
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         import torch

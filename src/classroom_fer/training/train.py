@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from ..classes import CLASS_NAMES, NUM_CLASSES
+from ..classes import CLASS_NAMES, NUM_CLASSES, column_order
 from ..data import FaceDataset, load_dataset
 from ..data.augment import AugmentConfig, augment_batch
 from ..errors import UserError
@@ -105,11 +105,9 @@ def train(config: TrainConfig) -> Path:
     train_labels = torch.from_numpy(train_set.labels)
 
     # Model, optimiser, schedule, loss, EMA.
-    model = build_model(config.model)
-    if config.init and not config.resume:
-        _load_initial_weights(model, config.init)
+    model = _initial_model(config) if config.init and not config.resume else build_model(config.model)
     model = model.to(device).to(memory_format=torch.channels_last)
-    teacher = _load_teacher(config.teacher, device) if config.teacher else None
+    teacher, teacher_columns = _load_teacher(config.teacher, device) if config.teacher else (None, None)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     optimizer = _make_optimizer(model, config)
     steps_per_epoch = max(1, math.ceil(len(train_set) / (config.batch_size * world_size)))
@@ -149,7 +147,7 @@ def train(config: TrainConfig) -> Path:
             teacher_logits = None
             if teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = teacher(images)
+                    teacher_logits = teacher(images)[:, teacher_columns]
 
             def objective(logits: torch.Tensor) -> torch.Tensor:
                 loss = F.cross_entropy(logits, targets, weight=class_weight, label_smoothing=config.label_smoothing)
@@ -260,21 +258,23 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     ) * temperature**2
 
 
-def _load_initial_weights(model: HybridMobileNetViT, checkpoint: str) -> None:
-    source, _ = load_checkpoint(checkpoint)
-    if source.config != model.config:
-        raise UserError(f"{checkpoint}: --init checkpoint has another architecture than the model being trained "
+def _initial_model(config: TrainConfig) -> HybridMobileNetViT:
+    model, _ = load_checkpoint(config.init)
+    if model.config != config.model:
+        raise UserError(f"{config.init}: --init checkpoint has another architecture than the model being trained "
                         "(use the preset or config it was trained with)")
-    model.load_state_dict(source.state_dict())
+    return model
 
 
-def _load_teacher(checkpoint: str, device: torch.device) -> HybridMobileNetViT:
-    """Any classroom-fer checkpoint will do: every model takes the same 48x48 faces and class order."""
-    teacher, _ = load_checkpoint(checkpoint)
-    if list(teacher.config.classes) != list(CLASS_NAMES):
-        raise UserError(f"{checkpoint}: the teacher predicts other classes ({', '.join(teacher.config.classes)})")
-    teacher.requires_grad_(False)
-    return teacher.to(device).eval()
+def _load_teacher(checkpoint: str, device: torch.device) -> tuple[HybridMobileNetViT, list[int]]:
+    """Any classroom-fer checkpoint will do: every model takes the same 48x48 faces. Its logits'
+    columns are mapped onto CLASS_NAMES by name (the returned order)."""
+    teacher, _ = load_checkpoint(checkpoint)  # in eval mode
+    try:
+        columns = column_order(teacher.config.classes)
+    except UserError as error:
+        raise UserError(f"{checkpoint}: the teacher's {error}") from None
+    return teacher.to(device), columns
 
 
 @torch.no_grad()
